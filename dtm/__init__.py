@@ -1,0 +1,1 @@
+"""dtm: the data transfer monitor of the Vera C. Rubin Observatory."""

@@ -1,0 +1,63 @@
+"""What `dtm inspect` shows of one exposure: the stored decision, or `pending` before it."""
+from __future__ import annotations
+
+from dtm.common import time as ttime
+from dtm.common.store import ExposureStore
+from dtm.worker.decision import PENDING
+
+
+class UnknownExposure(LookupError):
+    pass
+
+
+def exposure_record(store: ExposureStore, image_name: str) -> dict:
+    """The contract's `dtm inspect --json` object (plus the camera's own summary when stored)."""
+    record = store.decision(image_name)
+    if record is None:
+        readout = store.readout(image_name)
+        if readout is None:
+            raise UnknownExposure(f"dtm has no record of {image_name} (never seen, or older than REDIS_KEY_TTL)")
+        record = {
+            "image_name": image_name,
+            "instrument": readout.instrument,
+            "day_obs": readout.day_obs,
+            "end_readout_utc": ttime.isoformat(readout.end_readout_utc),
+            "status": PENDING,
+            "expected_files": None,
+            "arrived_files": len(store.arrivals(image_name)),
+            "late_files": [],
+            "missing_files": [],
+            "transfer_time_seconds": None,
+            "last_file": None,
+        }
+    camera = store.transfer_summary(image_name)
+    if camera is not None:
+        record["camera_summary"] = camera
+    return record
+
+
+def _or_unknown(value) -> str:
+    return "?" if value is None else str(value)
+
+
+def format_text(record: dict) -> str:
+    transfer = record["transfer_time_seconds"]
+    lines = [
+        f"{record['image_name']}  ({record['instrument']}, day_obs {record['day_obs']})",
+        f"  status            {record['status']}",
+        f"  end of readout    {record['end_readout_utc']}",
+        f"  transfer time     {'-' if transfer is None else f'{transfer:.3f} s'}"
+        + (f"  (last file {record['last_file']})" if record.get("last_file") else ""),
+        f"  files             {record['arrived_files']} arrived of {_or_unknown(record['expected_files'])} expected"
+        + ("" if record.get("expected_sensors_found", True) else "  (no expected-sensors object: files found count)"),
+        f"  late              {len(record['late_files'])}",
+    ]
+    lines += [f"    {key}" for key in record["late_files"]]
+    lines.append(f"  missing           {len(record['missing_files'])}")
+    lines += [f"    {key}" for key in record["missing_files"]]
+    camera = record.get("camera_summary")
+    if camera:
+        lines.append("  camera summary    expected {expected}, written {written}, transferred {transferredAfterResend} "
+                     "(before resend {transferredBeforeResend}), missing {missingAfterResend} after "
+                     "{resendCount} resend(s)".format(**camera))
+    return "\n".join(lines)
