@@ -76,6 +76,28 @@ def parse_file_notification(
     return FileArrival(object_key, event_time, ttime.observing_day_of_utc(event_time))
 
 
+def ceph_notification(*, bucket: str, key: str, event_time: float, size: int = 0, etag: str = "",
+                      event_name: str = "ObjectCreated:Put", opaque_data: str = "") -> bytes:
+    """A bucket notification as Ceph sends it (the inverse of `parse_file_notification`)."""
+    return orjson.dumps({"Records": [{
+        "eventVersion": "2.2",
+        "eventSource": "ceph:s3",
+        "awsRegion": "",
+        "eventTime": ttime.to_datetime(event_time).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "eventName": event_name,
+        "userIdentity": {"principalId": bucket},
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": f"{bucket}-notification",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {"key": urllib.parse.quote(key, safe="/"), "size": size, "eTag": etag, "versionId": "",
+                       "sequencer": f"{int(event_time * 1e6):016X}", "metadata": [], "tags": []},
+        },
+        "eventId": f"{event_time:.6f}.{etag}",
+        "opaqueData": opaque_data,
+    }]})
+
+
 @dataclass(frozen=True, slots=True)
 class EndReadout:
     """The camera's endReadout event, reduced to what dtm needs."""
