@@ -17,12 +17,14 @@ import urllib.request
 
 import orjson
 import pytest
+import redis
 from confluent_kafka import Producer
-from prometheus_client.parser import text_string_to_metric_families
-
 from dtm.common import time as ttime
 from dtm.common.models import ceph_notification
 from dtm.common.objectkey import data_file_keys, expected_sensors_key, exposure_prefix
+from prometheus_client.parser import text_string_to_metric_families
+from rq import Queue
+
 from dtm.embedded import Components, free_port, wait_until
 
 from .conftest import BUCKET, END_READOUT_TOPIC, NOTIFICATION_TOPIC
@@ -129,6 +131,12 @@ def scrape(pipeline) -> dict[tuple[str, tuple], float]:
     return samples
 
 
+def recorded_once(samples) -> dict:
+    """The per-exposure and per-file series (not the live queue gauges)."""
+    return {key: value for key, value in samples.items()
+            if key[0].startswith(("dtm_s3_", "dtm_exposures_", "dtm_file_", "dtm_clock_"))}
+
+
 def metric(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
@@ -214,7 +222,15 @@ def test_pipeline_end_to_end(pipeline, kafka, s3):
     # Tomorrow's series exists at 0 before its first increment.
     assert ("dtm_s3_late_or_missing_total", (("day", ttime.next_day(day_obs)),)) in samples
 
-    # The decision is made once: running A's job again changes no metric.
+    # An exposure is observed once: running A's decision again (an RQ retry, a second delivery)
+    # stores the same decision and changes no metric.
+    queue = Queue("dtm", connection=redis.Redis.from_url(pipeline.environment_for_cli["REDIS_URL"]))
+    again = queue.enqueue("dtm.worker.job.decide_exposure", a["image_name"])
+    wait_until(lambda: again.get_status(refresh=True) in ("finished", "failed"), 20, "the repeated job")
+    assert again.get_status() == "finished"
+    assert recorded_once(scrape(pipeline)) == recorded_once(samples)
+    assert inspect(pipeline, a["image_name"]) == record_a
+
     unknown = subprocess.run([sys.executable, "-m", "dtm.cli", "inspect", "MC_O_20000101_000001"],
                              env={**pipeline.environment, **pipeline.environment_for_cli},
                              capture_output=True, text=True, timeout=30)
