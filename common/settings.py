@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
@@ -149,6 +149,16 @@ class Settings:
         if settings.recheck_time <= settings.s3_wait_time:
             raise SettingsError("RECHECK_TIME must be longer than S3_WAIT_TIME")
         return settings
+
+    def __repr__(self) -> str:
+        # URLs may carry a password (redis://:pw@host, https://user:pw@registry): show them redacted.
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name.endswith("_url") and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{item.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     def monitors(self, image_source: str, image_controller: str) -> bool:
         """Whether exposures of this camera and controller are monitored."""
