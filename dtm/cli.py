@@ -11,6 +11,7 @@ import orjson
 
 from dtm.common import logs, metrics
 from dtm.common.settings import Settings, SettingsError, redact_url
+from dtm.demo import demo_command
 
 log = logging.getLogger("dtm")
 
@@ -118,6 +119,8 @@ def inspect(image_name: str, as_json: bool) -> None:
         raise click.ClickException(f"Redis at {redact_url(settings.redis_url)}: {error}") from None
     click.echo(orjson.dumps(record).decode() if as_json else format_text(record))
 
+
+main.add_command(demo_command)
 
 if __name__ == "__main__":
     sys.exit(main())
