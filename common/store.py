@@ -38,6 +38,8 @@ class ExposureStore:
             pipe.expire(arrivals_key, self.ttl)
             # Remember when an image's files were first seen, to find files whose readout never comes.
             pipe.zadd(keys.unclaimed_images(), {image_name: seen_at}, nx=True)
+        if by_image:
+            pipe.expire(keys.unclaimed_images(), self.ttl)
         pipe.set(keys.last_seen("file_notifications"), seen_at, ex=self.ttl)
         pipe.execute()
 

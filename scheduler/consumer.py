@@ -7,6 +7,7 @@ image name and the job is enqueued with `unique=True`, so a redelivered event sc
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -52,7 +53,9 @@ class ReadoutScheduler:
             if due <= now:
                 self.queue.enqueue(DECIDE_JOB, readout.image_name, **job_options)
             else:
-                self.queue.enqueue_at(ttime.to_datetime(due), DECIDE_JOB, readout.image_name, **job_options)
+                # RQ schedules in whole seconds and drops the fraction: round up, never decide before T0 + W.
+                self.queue.enqueue_at(ttime.to_datetime(math.ceil(due)), DECIDE_JOB, readout.image_name,
+                                      **job_options)
         except DuplicateJobError:
             return False
         return True
