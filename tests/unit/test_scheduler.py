@@ -1,6 +1,8 @@
 """`ReadoutScheduler.handle` on fakeredis (with Lua, for RQ's unique jobs)."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from dtm.common import keys
 from dtm.common.models import EndReadout
@@ -9,14 +11,13 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
 
-pytest.importorskip("lupa", reason="RQ's unique=True runs a Lua script: install fakeredis[lua]")
-
 READOUT = EndReadout("MC_O_20251203_000123", "MC", "O", "20251203", 1764825186.211875)
 T0 = 1764825149.211875  # its end of readout in UTC
 
 
 @pytest.fixture
 def scheduler(redis_connection, settings):
+    assert importlib.util.find_spec("lupa"), "RQ's unique=True runs a Lua script: install 'fakeredis[lua]'"
     return ReadoutScheduler(settings, redis_connection)
 
 
