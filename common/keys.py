@@ -38,6 +38,11 @@ def transfer_summary(image_name: str) -> str:
     return _exposure(image_name, "camera_summary")
 
 
+def camera_disagreement(image_name: str) -> str:
+    """String flag set once, when the camera's transfer summary and dtm's decision disagree: counted once."""
+    return _exposure(image_name, "camera_disagreement")
+
+
 def day_index(day_obs: str) -> str:
     """Sorted set of the day's exposures: member = image name, score = end of readout (UTC)."""
     return f"{_PREFIX}:day:{day_obs}"

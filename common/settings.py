@@ -146,6 +146,10 @@ class Settings:
             raise SettingsError(f"DTM_IMAGE_SOURCES: unknown image source(s) {unknown} (known: {sorted(INSTRUMENTS)})")
         if urlsplit(settings.redis_url).scheme not in ("redis", "rediss", "unix"):
             raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        for registry_url in (settings.schema_registry_url or "").split(","):
+            if registry_url.strip() and urlsplit(registry_url.strip()).scheme not in ("http", "https"):
+                # Not echoed: the URL may hold user:password.
+                raise SettingsError("END_READOUT_SCHEMA_REGISTRY must be http(s)://host:port (comma-separated list)")
         if settings.recheck_time <= settings.s3_wait_time:
             raise SettingsError("RECHECK_TIME must be longer than S3_WAIT_TIME")
         return settings

@@ -91,8 +91,23 @@ class ExposureStore:
         data = self.redis.get(keys.decision(image_name))
         return None if data is None else orjson.loads(data)
 
-    def save_transfer_summary(self, image_name: str, summary: dict) -> None:
-        self.redis.set(keys.transfer_summary(image_name), orjson.dumps(summary), ex=self.ttl)
+    def save_transfer_summary(self, image_name: str, summary: dict) -> bool:
+        """Keep the camera's latest summary (highest `private_sndStamp`); False if a later one is stored.
+
+        The camera may send several per image (after each resend); they may arrive out of order.
+        """
+        key = keys.transfer_summary(image_name)
+        stamp = _send_stamp(summary)
+
+        def keep_latest(pipe) -> bool:
+            current = pipe.get(key)
+            if current is not None and _send_stamp(orjson.loads(current)) > stamp:
+                return False
+            pipe.multi()
+            pipe.set(key, orjson.dumps(summary), ex=self.ttl)
+            return True
+
+        return self.redis.transaction(keep_latest, key, value_from_callable=True)
 
     def transfer_summary(self, image_name: str) -> dict | None:
         data = self.redis.get(keys.transfer_summary(image_name))
@@ -100,3 +115,14 @@ class ExposureStore:
 
     def was_observed(self, image_name: str) -> bool:
         return bool(self.redis.exists(keys.observed(image_name)))
+
+    def mark_camera_disagreement(self, image_name: str) -> bool:
+        """True the first time the camera's summary and dtm's decision are found to disagree."""
+        return bool(self.redis.set(keys.camera_disagreement(image_name), 1, nx=True, ex=self.ttl))
+
+
+def _send_stamp(summary: dict) -> float:
+    try:
+        return float(summary.get("private_sndStamp"))
+    except (TypeError, ValueError):
+        return float("-inf")

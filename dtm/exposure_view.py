@@ -57,7 +57,24 @@ def format_text(record: dict) -> str:
     lines += [f"    {key}" for key in record["missing_files"]]
     camera = record.get("camera_summary")
     if camera:
-        lines.append("  camera summary    expected {expected}, written {written}, transferred {transferredAfterResend} "
-                     "(before resend {transferredBeforeResend}), missing {missingAfterResend} after "
-                     "{resendCount} resend(s)".format(**camera))
+        lines += _camera_lines(record, camera)
     return "\n".join(lines)
+
+
+def _camera_lines(record: dict, camera: dict) -> list[str]:
+    """The camera's fileTransferPerImageSummary next to dtm's own counts."""
+    def get(name: str) -> str:
+        return _or_unknown(camera.get(name))
+
+    dtm_missing = len(record["missing_files"]) if record["expected_files"] is not None else None
+    rows = [("expected files", camera.get("expected"), record["expected_files"]),
+            ("missing files", camera.get("missingAfterResend"), dtm_missing)]
+    lines = [f"  camera summary    written {get('written')}, transferred {get('transferredBeforeResend')} before "
+             f"{get('resendCount')} resend(s) and {get('transferredAfterResend')} after"
+             + (f"  (sent {ttime.isoformat(ttime.tai_to_utc(camera['private_sndStamp']))})"
+                if isinstance(camera.get("private_sndStamp"), (int, float)) else ""),
+             f"  {'':18}{'camera':>8}  {'dtm':>8}"]
+    for label, camera_value, dtm_value in rows:
+        mark = "" if dtm_value is None or camera_value == dtm_value else "  <- disagree"
+        lines.append(f"    {label:16}{_or_unknown(camera_value):>8}  {_or_unknown(dtm_value):>8}{mark}")
+    return lines

@@ -16,12 +16,12 @@ from confluent_kafka import Consumer, KafkaError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
-from ..common import kafka, keys, metrics
+from ..common import camera_summary, kafka, keys, metrics
 from ..common import time as ttime
 from ..common.models import EndReadout, Rejected, end_readout_from_fields
 from ..common.settings import Settings
 from ..common.store import ExposureStore
-from .decoding import Decoder, make_decoder
+from .decoding import Decoder, RegistryUnavailable, make_decoder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,9 @@ def parse_readout(decode: Decoder, value: bytes | None, topic: str) -> EndReadou
 
 def handle_message(message, decode: Decoder, scheduler: ReadoutScheduler) -> None:
     settings = scheduler.settings
+    if message.topic() in settings.transfer_summary_topics:
+        handle_summary_message(message, decode, scheduler)
+        return
     try:
         readout = parse_readout(decode, message.value(), message.topic())
     except Rejected as rejection:
@@ -87,6 +90,28 @@ def handle_message(message, decode: Decoder, scheduler: ReadoutScheduler) -> Non
         log.info("end readout delivered again: decision already scheduled", extra=extra)
 
 
+def handle_summary_message(message, decode: Decoder, scheduler: ReadoutScheduler) -> None:
+    """The camera's fileTransferPerImageSummary: keep the latest, compare with a decision already made."""
+    try:
+        summary = camera_summary.summary_from_fields(decode(message.value(), message.topic()))
+    except Rejected as rejection:
+        metrics.rejected_messages.labels(stream=camera_summary.STREAM, reason=rejection.reason).inc()
+        log.warning("camera transfer summary rejected: %s", rejection.detail, extra={
+            "stream": camera_summary.STREAM, "reason": rejection.reason, "topic": message.topic(),
+            "partition": message.partition(), "offset": message.offset()})
+        return
+    image_name = summary["obsId"]
+    if not _monitored(scheduler.settings, image_name):
+        return
+    stored = camera_summary.handle_summary(scheduler.store, summary)
+    log.debug("camera transfer summary %s", "stored" if stored else "older than the stored one: ignored",
+              extra={"image_name": image_name, "stream": camera_summary.STREAM})
+
+
+def _monitored(settings: Settings, image_name: str) -> bool:
+    return settings.monitors(*camera_summary.image_source_and_controller(image_name))
+
+
 def store_until_done(messages, decode: Decoder, scheduler: ReadoutScheduler, stop: threading.Event) -> bool:
     """Handle the batch, retrying while Redis is away. False if stopped before it was stored."""
     delay = 0.5
@@ -95,8 +120,9 @@ def store_until_done(messages, decode: Decoder, scheduler: ReadoutScheduler, sto
         try:
             handle_message(pending[0], decode, scheduler)
             pending.pop(0)
-        except redis.RedisError as error:
-            log.error("Redis write failed, retrying in %.1f s (offsets not committed): %s", delay, error,
+        except (redis.RedisError, RegistryUnavailable) as error:
+            what = "Redis write failed" if isinstance(error, redis.RedisError) else "Schema Registry unavailable"
+            log.error("%s, retrying in %.1f s (offsets not committed): %s", what, delay, error,
                       extra={"stream": STREAM})
             if stop.wait(delay):
                 return False
@@ -119,8 +145,10 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     scheduler = ReadoutScheduler(settings, redis.Redis.from_url(settings.redis_url))
     decode = make_decoder(settings.schema_registry_url)
     consumer = Consumer(config)
-    consumer.subscribe(list(stream.topics))
+    # One consumer for both event kinds; handle_message routes each message by its topic.
+    consumer.subscribe(list(dict.fromkeys(stream.topics + settings.transfer_summary_topics)))
     log.info("scheduler started", extra={"stream": STREAM, "topics": stream.topics, "kafka": kafka.describe(config),
+                                         "transfer_summary_topics": settings.transfer_summary_topics,
                                          "avro": settings.schema_registry_url is not None})
     next_lag_report = 0.0
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import orjson
 import redis
 
-from ..common import metrics
+from ..common import camera_summary, metrics
 from ..common.models import EndReadout
 from ..common.objectkey import (
     BadExpectedSensors,
@@ -65,9 +65,14 @@ def decide_exposure(image_name: str) -> dict | None:
                   extra={"image_name": image_name})
         return None
     decision = evaluate(context, readout)
-    first_time = context.store.save_decision(decision.to_record())
+    record = decision.to_record()
+    first_time = context.store.save_decision(record)
     if first_time:
         record_metrics(decision)
+    # Read after the decision is stored: a summary stored meanwhile by the scheduler is compared here or there.
+    summary = context.store.transfer_summary(image_name)
+    if summary is not None:
+        camera_summary.check(context.store, record, summary, where="worker")
     log_decision(decision, first_time=first_time)
     return decision.to_record()
 
