@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import logging
 import os
 import shutil
 import signal
@@ -136,6 +137,8 @@ class S3Server:
     def __init__(self, bucket: str):
         from moto.server import ThreadedMotoServer
 
+        # werkzeug logs every request to stderr, which would bury the demo's own output.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.port = free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
