@@ -100,8 +100,8 @@ class BadExpectedSensors(ValueError):
 def expected_file_keys(prefix: str, image_name: str, document: dict) -> list[str]:
     """Every data file an exposure should have, from its expected-sensors document."""
     sensors = document.get("expectedSensors") if isinstance(document, dict) else None
-    if not isinstance(sensors, dict):
-        raise BadExpectedSensors("no expectedSensors object")
+    if not isinstance(sensors, dict) or not sensors:
+        raise BadExpectedSensors("no expectedSensors object, or an empty one")
     keys = []
     for sensor, sensor_type in sensors.items():
         if sensor_type not in SENSOR_TYPES or not isinstance(sensor, str) or not _SENSOR_RE.match(f"{sensor}.fits"):
