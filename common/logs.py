@@ -40,7 +40,8 @@ def configure(level: str = "INFO", component: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Third-party chatter at INFO (botocore credentials, RQ's per-job lines) is not for operators.
-    for noisy in ("botocore", "boto3", "urllib3", "rq.worker", "rq.scheduler", "werkzeug"):
+    # httpx/httpx2: the Schema Registry client's per-request lines.
+    for noisy in ("botocore", "boto3", "urllib3", "rq.worker", "rq.scheduler", "werkzeug", "httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 

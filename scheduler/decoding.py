@@ -10,7 +10,7 @@ instead of skipping it.
 from __future__ import annotations
 
 from typing import Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 
@@ -44,13 +44,32 @@ def _without_secrets(text: str, registry_url: str) -> str:
     return text
 
 
+def registry_client_config(registry_url: str, timeout: float = 10.0) -> dict:
+    """SchemaRegistryClient settings; `user:password@` in the URL(s) moves to `basic.auth.user.info`.
+
+    Left in the URL, the password would be printed by the HTTP library's request log lines.
+    """
+    urls, user_info = [], None
+    for url in registry_url.split(","):
+        parts = urlsplit(url.strip())
+        if parts.username is not None or parts.password is not None:
+            user_info = user_info or f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            host = parts.hostname or ""
+            parts = parts._replace(netloc=f"{host}:{parts.port}" if parts.port else host)
+        urls.append(urlunsplit(parts))
+    config = {"url": ",".join(urls), "timeout": timeout}
+    if user_info:
+        config["basic.auth.user.info"] = user_info
+    return config
+
+
 def avro_decoder(registry_url: str, *, timeout: float = 10.0) -> Decoder:
     """A decoder of Confluent-framed Avro; `registry_url` may carry `user:password@` (basic auth)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    client = SchemaRegistryClient({"url": registry_url, "timeout": timeout})
+    client = SchemaRegistryClient(registry_client_config(registry_url, timeout))
     deserializer = AvroDeserializer(client)
 
     def unavailable(error: Exception) -> RegistryUnavailable:

@@ -9,9 +9,13 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer
 from dtm.common.kafka import consumer_config, describe
 from dtm.common.logs import JsonFormatter
+from dtm.common.models import Rejected
 from dtm.common.settings import Settings, SettingsError
+from dtm.scheduler.decoding import avro_decoder, registry_client_config
 
+from dtm import camera_avro
 from dtm.cli import main
+from dtm.schema_registry import SchemaRegistryServer
 
 SECRET = "pa55-w0rd-S3CRET"
 PREFIXES = ("END_READOUT_", "FILE_NOTIFICATION_")
@@ -135,3 +139,20 @@ def test_help_never_shows_secrets(arguments):
     result = CliRunner().invoke(main, arguments, env=env)
     assert result.exit_code == 0, result.output
     assert SECRET not in result.output
+
+
+def test_registry_credentials_leave_the_url():
+    config = registry_client_config(f"https://dtm:{SECRET}@registry-a.example.org:8081,https://registry-b.example.org")
+    assert config["url"] == "https://registry-a.example.org:8081,https://registry-b.example.org"
+    assert config["basic.auth.user.info"] == f"dtm:{SECRET}"
+    assert "basic.auth.user.info" not in registry_client_config("http://registry.example.org:8081")
+
+
+def test_registry_password_never_logged(caplog):
+    with SchemaRegistryServer() as registry, caplog.at_level(logging.DEBUG):
+        schema_id = registry.register("endReadout", camera_avro.schema(camera_avro.END_READOUT))
+        decode = avro_decoder(registry.url.replace("http://", f"http://dtm:{SECRET}@"))
+        with pytest.raises(Rejected):
+            decode(b"\x00" + schema_id.to_bytes(4, "big") + b"\x00" * 10, "lsst.sal.MTCamera.logevent_endReadout")
+    assert any("schemas/ids" in record.getMessage() for record in caplog.records)  # the request was logged...
+    assert_no_secret(caplog.records)  # ...without the password
