@@ -7,7 +7,7 @@ exposure compared with the simulator's ground truth.
 """
 from __future__ import annotations
 
-import statistics
+import dataclasses
 import sys
 import tempfile
 import threading
@@ -118,7 +118,16 @@ def demo_command(exposures, speed, sensors, wait_time, late_time, workers, late_
     """
     from dtm.simulate import SimulationConfig, run_simulation
 
+    try:  # checked before anything starts
+        config = SimulationConfig(
+            exposures=exposures, speed=speed, sensors=sensors, wait_time=wait_time, late_time=late_time,
+            late_rate=late_rate, missing_rate=missing_rate, resend_rate=resend_rate, delay_rate=delay_rate,
+            late_readout_rate=late_readout_rate, malformed_rate=malformed_rate, seed=seed,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     workdir = output or Path(tempfile.mkdtemp(prefix="dtm-demo-"))
+    config = dataclasses.replace(config, truth_path=workdir / "truth.jsonl")
     workdir.mkdir(parents=True, exist_ok=True)
     services, components = [], None
     progress = Progress()
@@ -158,16 +167,10 @@ def demo_command(exposures, speed, sensors, wait_time, late_time, workers, late_
             components.start(f"worker-{index}", "worker", "--name", f"demo-worker-{index}")
         components.start("exporter", "exporter")
         wait_until(lambda: _healthy(port, components), 30, "the exporter")
+        echo(f"services: Redis {redis_server.url}, Kafka {kafka.bootstrap_servers}, S3 {s3.endpoint_url}")
         echo(f"dtm is running: metrics at http://127.0.0.1:{port}/metrics, logs in {workdir / 'logs'}")
         echo(f"simulating {exposures} exposures of {sensors} sensors ({2 * sensors} files each), "
              f"S3_WAIT_TIME={wait_time:g} s, MAX_LATE_FILE_TIME={late_time:g} s ...")
-
-        config = SimulationConfig(
-            exposures=exposures, speed=speed, sensors=sensors, wait_time=wait_time, late_time=late_time,
-            late_rate=late_rate, missing_rate=missing_rate, resend_rate=resend_rate, delay_rate=delay_rate,
-            late_readout_rate=late_readout_rate, malformed_rate=malformed_rate, seed=seed,
-            truth_path=workdir / "truth.jsonl",
-        )
 
         def simulate():
             try:
