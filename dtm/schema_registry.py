@@ -414,7 +414,8 @@ class SchemaRegistryServer:
 
     def start(self) -> "SchemaRegistryServer":
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="schema-registry", daemon=True)
+            self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="schema-registry",
+                                            daemon=True)
             self._thread.start()
         return self
 
