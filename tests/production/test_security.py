@@ -156,3 +156,24 @@ def test_registry_password_never_logged(caplog):
             decode(b"\x00" + schema_id.to_bytes(4, "big") + b"\x00" * 10, "lsst.sal.MTCamera.logevent_endReadout")
     assert any("schemas/ids" in record.getMessage() for record in caplog.records)  # the request was logged...
     assert_no_secret(caplog.records)  # ...without the password
+
+
+def test_opaque_data_from_a_file_checked_never_logged(tmp_path, caplog):
+    from dtm.common.models import ceph_notification
+    from dtm.ingest.consumer import parse_batch
+
+    from .conftest import FakeMessage
+
+    secret_file = tmp_path / "opaque"
+    secret_file.write_text(SECRET + "\n")
+    settings = Settings.from_env({"FILE_NOTIFICATION_OPAQUE_DATA_FILE": str(secret_file)})
+    key = "LATISS/20251203/AT_O_20251203_000045/AT_O_20251203_000045_R00_S00.fits"
+    good = ceph_notification(bucket="rubin-summit", key=key, event_time=1764825150.0, opaque_data=SECRET)
+    bad = ceph_notification(bucket="rubin-summit", key=key, event_time=1764825150.0, opaque_data="guess")
+    with caplog.at_level(logging.DEBUG):
+        batch = parse_batch([FakeMessage("notifications", good), FakeMessage("notifications", bad, offset=1)],
+                            settings)
+    assert [arrival.object_key.key for arrival in batch.arrivals] == [key]
+    assert dict(batch.rejected) == {"bad_opaque_data": 1}
+    assert caplog.records and all("guess" not in JsonFormatter().format(record) for record in caplog.records)
+    assert_no_secret(caplog.records)
