@@ -68,7 +68,10 @@ def parse_file_notification(
     except (ValueError, TypeError, AttributeError):
         raise Rejected("malformed", f"eventTime {event_time_text!r} is not ISO 8601 with a timezone") from None
     # S3 event notifications URL-encode object keys (a space arrives as '+').
-    key = urllib.parse.unquote_plus(raw_key) if isinstance(raw_key, str) else raw_key
+    if isinstance(raw_key, str) and ("%" in raw_key or "+" in raw_key):
+        key = urllib.parse.unquote_plus(raw_key)
+    else:
+        key = raw_key
     try:
         object_key = parse_object_key(key, expected_sensors_filename)
     except (BadObjectKey, TypeError) as error:

@@ -28,8 +28,11 @@ def _tai_minus_utc_on(day: dt.date) -> float:
         return float(erfa.dat(day.year, day.month, day.day, 0.0))
 
 
+_UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+
+
 def _date_of(unix_seconds: float) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=int(unix_seconds // _SECONDS_PER_DAY))
+    return dt.date.fromordinal(_UNIX_EPOCH_ORDINAL + int(unix_seconds // _SECONDS_PER_DAY))
 
 
 def tai_minus_utc(utc_unix: float) -> float:
