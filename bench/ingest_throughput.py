@@ -35,7 +35,8 @@ def notifications(exposures: int, start: float):
         prefix = exposure_prefix("LSSTCam", "20251203", image)
         for index, sensor in enumerate(SENSORS):
             for key in data_file_keys(prefix, image, sensor, False):
-                yield image, ceph_notification(bucket="rubin-summit", key=key, event_time=start + number * 35 + index * 0.01)
+                event_time = start + number * 35 + index * 0.01
+                yield image, ceph_notification(bucket="rubin-summit", key=key, event_time=event_time)
 
 
 class FakeMessage:

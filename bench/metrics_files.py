@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 import redis
-from rq import Queue
-
 from dtm.common import time as ttime
 from dtm.common.models import EndReadout
 from dtm.common.store import ExposureStore
+from rq import Queue
+
 from dtm.embedded import RedisServer, S3Server
 
 BIN = Path(sys.executable).parent
