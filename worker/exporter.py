@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -80,6 +81,8 @@ def make_server(
 
 def run(settings: Settings, port: int) -> None:
     directory = settings.prometheus_multiproc_dir
+    # The exporter may start before any process has written a metric (and made the directory).
+    os.makedirs(directory, exist_ok=True)
     server = make_server(directory, port, queue=QueueCollector(settings))
     log.info("exporter serving /metrics", extra={"port": server.server_address[1], "directory": directory})
     try:
