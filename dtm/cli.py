@@ -12,6 +12,7 @@ import orjson
 from dtm.common import logs, metrics
 from dtm.common.settings import Settings, SettingsError, redact_url
 from dtm.demo import demo_command
+from dtm.simulate import simulate_command
 
 log = logging.getLogger("dtm")
 
@@ -121,6 +122,7 @@ def inspect(image_name: str, as_json: bool) -> None:
 
 
 main.add_command(demo_command)
+main.add_command(simulate_command, name="simulate")
 
 if __name__ == "__main__":
     sys.exit(main())
