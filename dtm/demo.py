@@ -20,6 +20,7 @@ import redis
 
 from dtm.common.store import ExposureStore
 from dtm.embedded import Components, KafkaMockCluster, RedisServer, S3Server, free_port, wait_until
+from dtm.schema_registry import SchemaRegistryServer
 
 BUCKET = "rubin-summit"
 NOTIFICATION_TOPIC = "rubin-summit-notifications"
@@ -104,17 +105,20 @@ def _brief(truth: dict) -> str:
               help="Probability an end readout is published after its files.")
 @click.option("--malformed-rate", default=0.01, show_default=True, help="Garbage messages per notification.")
 @click.option("--seed", default=2025, show_default=True, help="Makes the simulated night reproducible.")
+@click.option("--avro", is_flag=True,
+              help="End readouts in Avro through a Schema Registry (embedded), as Sasquatch sends them.")
 @click.option("--metrics-port", type=int, help="Port of /metrics (default: a free port).")
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="Keep logs, metrics files and the truth file here (default: a temporary directory).")
 def demo_command(exposures, speed, sensors, wait_time, late_time, workers, late_rate, missing_rate, resend_rate,
-                 delay_rate, late_readout_rate, malformed_rate, seed, metrics_port, output):
+                 delay_rate, late_readout_rate, malformed_rate, seed, avro, metrics_port, output):
     """Run the whole pipeline on embedded services, fed by a simulated summit.
 
     \b
     Examples:
       dtm demo
-      dtm demo --exposures 30 --sensors 205 --speed 2 --missing-rate 0.01
+      dtm demo --exposures 30 --sensors 205 --speed 2 --wait-time 30 --late-time 10
+      dtm demo --avro          # end readouts in Avro through an embedded Schema Registry
     """
     from dtm.simulate import SimulationConfig, run_simulation
 
@@ -140,6 +144,12 @@ def demo_command(exposures, speed, sensors, wait_time, late_time, workers, late_
         services.append(kafka)
         s3 = S3Server(BUCKET)
         services.append(s3)
+        registry_url = None
+        if avro:
+            registry = SchemaRegistryServer().start()
+            services.append(registry)
+            registry_url = registry.url
+            config = dataclasses.replace(config, avro_registry_url=registry_url)
 
         port = metrics_port or free_port()
         environment = {
@@ -160,6 +170,8 @@ def demo_command(exposures, speed, sensors, wait_time, late_time, workers, late_
             "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
             "METRICS_PORT": str(port),
         }
+        if registry_url:
+            environment["END_READOUT_SCHEMA_REGISTRY"] = registry_url
         components = Components(environment, workdir / "logs")
         components.start("ingest", "ingest")
         components.start("scheduler", "scheduler")
@@ -167,7 +179,8 @@ def demo_command(exposures, speed, sensors, wait_time, late_time, workers, late_
             components.start(f"worker-{index}", "worker", "--name", f"demo-worker-{index}")
         components.start("exporter", "exporter")
         wait_until(lambda: _healthy(port, components), 30, "the exporter")
-        echo(f"services: Redis {redis_server.url}, Kafka {kafka.bootstrap_servers}, S3 {s3.endpoint_url}")
+        echo(f"services: Redis {redis_server.url}, Kafka {kafka.bootstrap_servers}, S3 {s3.endpoint_url}"
+             + (f", Schema Registry {registry_url}" if registry_url else ""))
         echo(f"dtm is running: metrics at http://127.0.0.1:{port}/metrics, logs in {workdir / 'logs'}")
         echo(f"simulating {exposures} exposures of {sensors} sensors ({2 * sensors} files each), "
              f"S3_WAIT_TIME={wait_time:g} s, MAX_LATE_FILE_TIME={late_time:g} s ...")

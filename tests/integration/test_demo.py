@@ -74,6 +74,17 @@ def test_demo_agrees_with_truth_and_leaves_nothing_behind(tmp_path):
     assert not ports & listening_ports()
 
 
+def test_demo_with_avro_end_readouts(tmp_path):
+    """The same pipeline decides exposures whose end readouts are Avro through a Schema Registry."""
+    result = run_demo(tmp_path / "demo", "--avro")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Schema Registry http://127.0.0.1:" in result.stdout
+    assert "decisions agreeing with the simulator's ground truth: 3/3" in result.stdout
+    scheduler_log = (tmp_path / "demo" / "logs" / "scheduler.log").read_text()
+    assert '"avro":true' in scheduler_log and "rejected" not in scheduler_log
+    assert processes_mentioning(str(tmp_path / "demo")) == []
+
+
 def test_ctrl_c_stops_every_process(tmp_path):
     result = run_demo(tmp_path / "demo", interrupt_after="simulating")
     assert result.returncode == 130, result.stdout
