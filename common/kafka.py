@@ -49,13 +49,23 @@ def describe(config: dict) -> dict:
     return {key: ("***" if "password" in key or "secret" in key else value) for key, value in config.items()}
 
 
-def report_lag(consumer, gauge) -> None:
-    """Set `gauge{topic,partition}` to how far each assigned partition is behind its end."""
+def report_lag(consumer, gauge, reported: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Set `gauge{topic,partition}` to how far each assigned partition is behind its end.
+
+    `reported` is what the previous call set; partitions revoked since are set to 0 (a multiprocess
+    gauge cannot be removed), so a rebalance leaves no stale lag behind. Returns what this call set.
+    """
+    current = set()
     for partition in consumer.position(consumer.assignment()):
         if partition.offset < 0:  # nothing consumed yet on this partition
             continue
         _low, high = consumer.get_watermark_offsets(partition, timeout=2, cached=False)
-        gauge.labels(topic=partition.topic, partition=str(partition.partition)).set(max(high - partition.offset, 0))
+        labels = (partition.topic, str(partition.partition))
+        gauge.labels(*labels).set(max(high - partition.offset, 0))
+        current.add(labels)
+    for labels in reported - current:
+        gauge.labels(*labels).set(0)
+    return current
 
 
 def commit(consumer) -> None:

@@ -132,7 +132,7 @@ class Settings:
             max_late_file_time=env.seconds("MAX_LATE_FILE_TIME", env.seconds("MAX_FILE_LATE_TIME", 10.0)),
             recheck_time=env.seconds("RECHECK_TIME", 600.0),
             orphan_grace_time=env.seconds("ORPHAN_GRACE_TIME", 900.0),
-            redis_url=env.text("REDIS_URL") or "redis://localhost:6379/0",
+            redis_url=_revealed(env.secret("REDIS_URL")) or "redis://localhost:6379/0",
             redis_key_ttl=int(env.seconds("REDIS_KEY_TTL", 14 * 86400.0)),
             queue_name=env.text("DTM_QUEUE_NAME") or "dtm",
             prometheus_multiproc_dir=env.text("PROMETHEUS_MULTIPROC_DIR"),
@@ -169,6 +169,10 @@ class Settings:
         return image_source in self.image_sources and (
             self.image_controllers is None or image_controller in self.image_controllers
         )
+
+
+def _revealed(secret: Secret | None) -> str | None:
+    return secret.reveal().strip() if secret else None
 
 
 @dataclass

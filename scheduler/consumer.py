@@ -150,7 +150,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
     log.info("scheduler started", extra={"stream": STREAM, "topics": stream.topics, "kafka": kafka.describe(config),
                                          "transfer_summary_topics": settings.transfer_summary_topics,
                                          "avro": settings.schema_registry_url is not None})
-    next_lag_report = 0.0
+    next_lag_report, lag_reported = 0.0, set()
     try:
         while not stop.is_set():
             messages = consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT)
@@ -160,7 +160,7 @@ def run(settings: Settings, stop: threading.Event | None = None) -> None:
                 kafka.commit(consumer)
                 metrics.last_message_time.labels(stream=STREAM).set(time.time())
             if time.monotonic() >= next_lag_report:
-                kafka.report_lag(consumer, metrics.consumer_lag)
+                lag_reported = kafka.report_lag(consumer, metrics.consumer_lag, lag_reported)
                 next_lag_report = time.monotonic() + LAG_REPORT_INTERVAL
     finally:
         consumer.close()

@@ -142,3 +142,11 @@ def test_secret_and_redact_url():
     assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
     assert redact_url("redis://:hunter2@redis:6379/0") == "redis://:***@redis:6379/0"
     assert redact_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_redis_url_from_a_file(tmp_path):
+    secret_file = tmp_path / "redis-url"
+    secret_file.write_text("redis://:s3cr3t@redis.example.org:6379/0\n")
+    settings = Settings.from_env({"REDIS_URL_FILE": str(secret_file)})
+    assert settings.redis_url == "redis://:s3cr3t@redis.example.org:6379/0"
+    assert "s3cr3t" not in repr(settings)
