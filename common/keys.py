@@ -65,3 +65,23 @@ def decide_job_id(image_name: str) -> str:
 
 def recheck_job_id(image_name: str) -> str:
     return f"recheck-{image_name}"
+
+
+def recheck(image_name: str) -> str:
+    """String: the second look at T0 + RECHECK_TIME as JSON; set once (NX), so it is counted once."""
+    return _exposure(image_name, "recheck")
+
+
+def orphan(image_name: str) -> str:
+    """String: files with no end readout within ORPHAN_GRACE_TIME, as JSON (`dtm inspect` shows `orphaned`)."""
+    return _exposure(image_name, "orphan")
+
+
+def orphans() -> str:
+    """Sorted set of orphaned images: member = image name, score = first file seen (UTC)."""
+    return f"{_PREFIX}:orphans"
+
+
+def orphan_sweep_lease() -> str:
+    """String with a short TTL: held by the worker that sweeps for orphans this interval."""
+    return f"{_PREFIX}:orphan_sweep_lease"

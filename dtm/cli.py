@@ -9,10 +9,14 @@ import threading
 import click
 import orjson
 
+from dtm.capture import capture
 from dtm.common import logs, metrics
 from dtm.common.settings import Settings, SettingsError, redact_url
 from dtm.demo import demo_command
+from dtm.replay import replay
+from dtm.report import report
 from dtm.simulate import simulate_command
+from dtm.status import status
 
 log = logging.getLogger("dtm")
 
@@ -123,6 +127,10 @@ def inspect(image_name: str, as_json: bool) -> None:
 
 main.add_command(demo_command)
 main.add_command(simulate_command, name="simulate")
+main.add_command(replay)  # the operator commands (issue 6)
+main.add_command(capture)
+main.add_command(report)
+main.add_command(status)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dtm.common import time as ttime
 from dtm.common.store import ExposureStore
 from dtm.worker.decision import PENDING
+from dtm.worker.orphans import stored_orphan
+from dtm.worker.recheck import stored_recheck
 
 
 class UnknownExposure(LookupError):
@@ -16,7 +18,7 @@ def exposure_record(store: ExposureStore, image_name: str) -> dict:
     if record is None:
         readout = store.readout(image_name)
         if readout is None:
-            raise UnknownExposure(f"dtm has no record of {image_name} (never seen, or older than REDIS_KEY_TTL)")
+            return _without_readout(store, image_name)
         record = {
             "image_name": image_name,
             "instrument": readout.instrument,
@@ -33,7 +35,25 @@ def exposure_record(store: ExposureStore, image_name: str) -> dict:
     camera = store.transfer_summary(image_name)
     if camera is not None:
         record["camera_summary"] = camera
+    for name, value in (("recheck", stored_recheck(store, image_name)), ("orphan", stored_orphan(store, image_name))):
+        if value is not None:  # the second look at RECHECK_TIME; files seen before a late end readout
+            record[name] = value
     return record
+
+
+def _without_readout(store: ExposureStore, image_name: str) -> dict:
+    """Files but no end readout: `orphaned` once ORPHAN_GRACE_TIME has passed, else not known yet."""
+    orphan = stored_orphan(store, image_name)
+    if orphan is not None:
+        return {"image_name": image_name, "instrument": orphan["instrument"], "day_obs": orphan["day_obs"],
+                "end_readout_utc": None, "status": orphan["status"], "expected_files": None,
+                "arrived_files": orphan["files"], "late_files": [], "missing_files": [],
+                "transfer_time_seconds": None, "last_file": None, "orphan": orphan}
+    files = len(store.arrivals(image_name))
+    if files:
+        raise UnknownExposure(f"{image_name}: {files} file(s) seen but no end readout yet "
+                              "(reported as orphaned after ORPHAN_GRACE_TIME)")
+    raise UnknownExposure(f"dtm has no record of {image_name} (never seen, or older than REDIS_KEY_TTL)")
 
 
 def _or_unknown(value) -> str:
@@ -55,6 +75,7 @@ def format_text(record: dict) -> str:
     lines += [f"    {key}" for key in record["late_files"]]
     lines.append(f"  missing           {len(record['missing_files'])}")
     lines += [f"    {key}" for key in record["missing_files"]]
+    lines += _operations_lines(record)
     camera = record.get("camera_summary")
     if camera:
         lines += _camera_lines(record, camera)
@@ -77,4 +98,20 @@ def _camera_lines(record: dict, camera: dict) -> list[str]:
     for label, camera_value, dtm_value in rows:
         mark = "" if dtm_value is None or camera_value == dtm_value else "  <- disagree"
         lines.append(f"    {label:16}{_or_unknown(camera_value):>8}  {_or_unknown(dtm_value):>8}{mark}")
+    return lines
+
+
+def _operations_lines(record: dict) -> list[str]:
+    lines = []
+    recheck = record.get("recheck")
+    if recheck:
+        lines.append(f"  after the window  {len(recheck['arrived_after_window'])} arrived by {recheck['cutoff_utc']} "
+                     f"(RECHECK_TIME {recheck['recheck_time_seconds']:g} s), "
+                     f"{len(recheck['still_missing'])} still missing")
+        delays = recheck.get("arrival_after_end_readout_seconds", {})
+        lines += [f"    {key}  (+{delays.get(key, 0):.1f} s)" for key in recheck["arrived_after_window"]]
+    orphan = record.get("orphan")
+    if orphan:
+        lines.append(f"  orphaned          {orphan['files']} file(s) from {orphan['first_file_utc']} to "
+                     f"{orphan['last_file_utc']} with no end readout (reported {orphan['declared_at']})")
     return lines

@@ -23,6 +23,7 @@ from ..common.objectkey import (
 from ..common.settings import Settings
 from ..common.store import ExposureStore
 from .decision import Decision, decide, merge_arrivals
+from .recheck import schedule_recheck
 from .s3 import BucketReader, make_client
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def decide_exposure(image_name: str) -> dict | None:
     if summary is not None:
         camera_summary.check(context.store, record, summary, where="worker")
     log_decision(decision, first_time=first_time)
+    schedule_recheck(context, decision)  # a second look at T0 + RECHECK_TIME, when files are missing
     return decision.to_record()
 
 

@@ -14,7 +14,7 @@ import redis
 from rq import Queue, SimpleWorker
 
 from ..common.settings import Settings
-from . import job
+from . import job, orphans
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def run(settings: Settings, *, burst: bool = False, name: str | None = None) -> 
     queue = Queue(settings.queue_name, connection=connection)
     worker = SimpleWorker([queue], connection=connection, name=name)
     log.info("worker started", extra={"queue": settings.queue_name, "worker": worker.name})
+    orphans.start_sweeper(job.current().store, settings, worker.name)  # files whose end readout never comes
     # with_scheduler: this worker also moves due jobs from the scheduled registry to the queue
     # (RQ elects one scheduler per queue among the workers).
     worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
