@@ -146,9 +146,11 @@ def feed(lines, settings, connection, *, count_metrics: bool, on_line=None) -> d
                 log.error("capture line %d not handled: %s", number, error)
                 continue
             try:
-                summary["images"].append(scheduler.parse_readout(decode, message.value(), message.topic()).image_name)
+                readout = scheduler.parse_readout(decode, message.value(), message.topic())
             except Exception:  # rejected (or a transfer summary): handle_message counted and logged it
-                pass
+                continue
+            if settings.monitors(readout.image_source, readout.image_controller):  # else not stored: skipped
+                summary["images"].append(readout.image_name)
         else:
             summary["skipped"] += 1
             log.warning("capture line %d skipped: topic %r is neither stream's", number, message.topic())

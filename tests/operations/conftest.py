@@ -108,7 +108,7 @@ class World:
     @staticmethod
     def readout_message(image_name: str, end_readout_utc: float) -> bytes:
         tai = ttime.utc_to_tai(end_readout_utc)
-        return orjson.dumps({"imageName": image_name, "imageSource": "MC", "imageController": "O",
+        return orjson.dumps({"imageName": image_name, "imageSource": "MC", "imageController": image_name[3],
                              "imageDate": image_name.split("_")[2], "imageNumber": int(image_name[-6:]),
                              "timestampEndOfReadout": tai, "private_sndStamp": tai})
 

@@ -103,7 +103,7 @@ def test_day_and_time_range_select_by_end_of_readout(world):
     assert "not an observing day" in world.cli("replay", "--day", "yesterday", expect=2).output
 
 
-def test_a_capture_file_replays_to_the_live_decisions(world, tmp_path):
+def test_a_capture_file_replays_to_the_live_decisions(world, tmp_path, monkeypatch):
     """The same messages through the live path (ingest, scheduler, worker) and through `--from`."""
     images = [world.image_name(301), world.image_name(302), world.image_name(303)]
     t0s = [T0, T0 + 40, T0 + 80]
@@ -125,6 +125,8 @@ def test_a_capture_file_replays_to_the_live_decisions(world, tmp_path):
         lines.append({"topic": END_READOUT_TOPIC, "partition": 0, "offset": offset, "timestamp": int(t0 * 1000),
                       "value": world.readout_message(image, t0).decode()})
     lines.append({"topic": NOTIFICATION_TOPIC, "value": "{not json"})  # rejected, counted, skipped
+    other = "MC_C_20251203_000304"  # a controller this deployment does not monitor: not decided
+    lines.append({"topic": END_READOUT_TOPIC, "value": orjson.loads(world.readout_message(other, T0))})
     capture = tmp_path / "night.jsonl"
     capture.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines) + b"this is not JSON\n")
 
@@ -135,10 +137,11 @@ def test_a_capture_file_replays_to_the_live_decisions(world, tmp_path):
     live = {image: world.decide(image) for image in images}
     assert [live[image]["status"] for image in images] == ["complete", "incomplete", "incomplete"]
 
+    monkeypatch.setenv("DTM_IMAGE_CONTROLLERS", "O")
     dry = world.cli_json("replay", "--from", str(capture))  # into a scratch Redis
     assert {o["image_name"]: o["decision"] for o in dry["exposures"]} == live
     assert all(o["changed"] == [] for o in dry["exposures"])  # compared with the pipeline's store
-    assert dry["summary"]["fed"] == {"lines": 22, "notifications": 18, "end_readouts": 3, "skipped": 1, "errors": 0}
+    assert dry["summary"]["fed"] == {"lines": 23, "notifications": 18, "end_readouts": 4, "skipped": 1, "errors": 0}
 
     world.connection.flushall()  # a Redis that never saw the night (an outage): backfill it
     before = day_metrics(DAY)
