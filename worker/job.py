@@ -76,7 +76,7 @@ def decide_exposure(image_name: str) -> dict | None:
         camera_summary.check(context.store, record, summary, where="worker")
     log_decision(decision, first_time=first_time)
     schedule_recheck(context, decision)  # a second look at T0 + RECHECK_TIME, when files are missing
-    return decision.to_record()
+    return record
 
 
 def evaluate(context: WorkerContext, readout: EndReadout) -> Decision:

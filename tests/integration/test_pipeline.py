@@ -141,12 +141,17 @@ def metric(samples, name: str, **labels) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def inspect(pipeline, image_name: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "dtm.cli", "inspect", image_name, "--json"],
+def dtm(pipeline, *arguments: str) -> dict:
+    """Run a `dtm` command against the pipeline; its JSON output."""
+    result = subprocess.run([sys.executable, "-m", "dtm.cli", *arguments],
                             env={**pipeline.environment, **pipeline.environment_for_cli},
-                            capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
     return orjson.loads(result.stdout)
+
+
+def inspect(pipeline, image_name: str) -> dict:
+    return dtm(pipeline, "inspect", image_name, "--json")
 
 
 def test_pipeline_end_to_end(pipeline, kafka, s3):
@@ -230,6 +235,19 @@ def test_pipeline_end_to_end(pipeline, kafka, s3):
     assert again.get_status() == "finished"
     assert recorded_once(scrape(pipeline)) == recorded_once(samples)
     assert inspect(pipeline, a["image_name"]) == record_a
+
+    # The operator commands against the same running pipeline.
+    report = dtm(pipeline, "report", "--day", day_obs, "--json")
+    assert (report["exposures"], report["complete"], report["incomplete"]) == (2, 1, 1)
+    assert (report["late_files"], report["missing_files"]) == (1, 1)
+    assert report["transfer_time_seconds"]["max"] == pytest.approx(
+        max(record_a["transfer_time_seconds"], 1.8), abs=1e-3)
+    replay = dtm(pipeline, "replay", "--day", day_obs, "--apply", "--json")
+    assert sorted(e["image_name"] for e in replay["exposures"]) == [a["image_name"], b["image_name"]]
+    assert recorded_once(scrape(pipeline)) == recorded_once(samples)  # a replay never counts twice
+    assert inspect(pipeline, b["image_name"])["missing_files"] == record_b["missing_files"]
+    status = dtm(pipeline, "status", "--json")
+    assert status["healthy"] is True, status["problems"]
 
     unknown = subprocess.run([sys.executable, "-m", "dtm.cli", "inspect", "MC_O_20000101_000001"],
                              env={**pipeline.environment, **pipeline.environment_for_cli},
