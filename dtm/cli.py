@@ -2,30 +2,22 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 
 import click
 import orjson
 
 from dtm.capture import capture
 from dtm.common import logs, metrics
-from dtm.common.settings import Settings, SettingsError, redact_url
+from dtm.common.settings import Settings, redact_url
 from dtm.demo import demo_command
+from dtm.operator import load_settings, stop_on_signals
 from dtm.replay import replay
 from dtm.report import report
 from dtm.simulate import simulate_command
 from dtm.status import status
 
 log = logging.getLogger("dtm")
-
-
-def load_settings() -> Settings:
-    try:
-        return Settings.from_env()
-    except SettingsError as error:
-        raise click.ClickException(f"configuration: {error}") from None
 
 
 def start_component(component: str) -> Settings:
@@ -39,13 +31,6 @@ def start_component(component: str) -> Settings:
         log.warning("PROMETHEUS_MULTIPROC_DIR is not set: this process's metrics reach no exporter")
     log.info("%s starting", component, extra={"redis": redact_url(settings.redis_url)})
     return settings
-
-
-def stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -2,21 +2,33 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import threading
 
 import click
 import redis
 
 from dtm.common import metrics
 from dtm.common import time as ttime
-from dtm.common.settings import Settings, redact_url
+from dtm.common.settings import Settings, SettingsError, redact_url
 
 REDIS_TIMEOUT = 5.0  # seconds: an operator command never hangs on an unreachable Redis
 
 
 def load_settings() -> Settings:
-    from dtm.cli import load_settings  # cli.py registers the commands that call this: import back lazily
+    """The settings, or one line naming the bad variable (a click error: exit 1)."""
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        raise click.ClickException(f"configuration: {error}") from None
 
-    return load_settings()
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: long-running commands stop cleanly between batches."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 def connect(settings: Settings) -> redis.Redis:

@@ -883,7 +883,7 @@ def simulate_command(bootstrap_servers: str | None, end_readout_bootstrap_server
     Writes the ground truth (what dtm must report for each exposure, from the S3 LastModified values
     read back after the exposure's window) with --truth.
     """
-    from dtm.cli import load_settings, stop_on_signals
+    from dtm.operator import load_settings, stop_on_signals
 
     settings = load_settings()
     try:
