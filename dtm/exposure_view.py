@@ -42,13 +42,15 @@ def exposure_record(store: ExposureStore, image_name: str) -> dict:
 
 
 def _without_readout(store: ExposureStore, image_name: str) -> dict:
-    """Files but no end readout: `orphaned` once ORPHAN_GRACE_TIME has passed, else not known yet."""
+    """Files but no end readout: no exposure record (the contract's statuses need an end readout).
+
+    Raises UnknownExposure with one line that says what dtm knows: orphaned files, or files waiting.
+    """
     orphan = stored_orphan(store, image_name)
     if orphan is not None:
-        return {"image_name": image_name, "instrument": orphan["instrument"], "day_obs": orphan["day_obs"],
-                "end_readout_utc": None, "status": orphan["status"], "expected_files": None,
-                "arrived_files": orphan["files"], "late_files": [], "missing_files": [],
-                "transfer_time_seconds": None, "last_file": None, "orphan": orphan}
+        raise UnknownExposure(
+            f"{image_name}: orphaned: {orphan['files']} file(s) from {orphan['first_file_utc']} to "
+            f"{orphan['last_file_utc']} (day_obs {orphan['day_obs']}) and no end readout")
     files = len(store.arrivals(image_name))
     if files:
         raise UnknownExposure(f"{image_name}: {files} file(s) seen but no end readout yet "

@@ -43,10 +43,11 @@ def test_files_without_end_readout_are_reported_once_after_the_grace_time(world)
     assert orphans.sweep(world.store, world.settings, now=S + GRACE + 60) == []
     assert orphaned_files() == before + 4
 
-    shown = world.cli_json("inspect", image)
-    assert shown["status"] == "orphaned" and shown["arrived_files"] == 4 and shown["end_readout_utc"] is None
-    assert shown["day_obs"] == DAY and shown["orphan"]["first_file_utc"] == "2025-12-04T06:00:00.500Z"
-    assert "orphaned          4 file(s)" in world.cli("inspect", image).output
+    # No end readout, so no exposure record (contract section 7): one line saying what dtm knows.
+    shown = world.cli("inspect", image, "--json", expect=1)
+    assert shown.exit_code != 0
+    assert f"{image}: orphaned: 4 file(s) from 2025-12-04T06:00:00.500Z" in shown.output
+    assert len(shown.output.strip().splitlines()) == 1
 
     # Two more files arrive an hour later: counted then, and only they.
     world.ingest([(key, S + 3600) for key in files[4:]], seen_at=S + 3600)
