@@ -59,6 +59,12 @@ def parse_object_key(key: str, expected_sensors_filename: str = "expectedSensors
     )
 
 
+def is_data_file(key: str) -> bool:
+    """A sensor's `.fits` or `.json` file of an exposure (not the expected-sensors object, nor anything else)."""
+    match = _KEY_RE.match(key)
+    return match is not None and _SENSOR_RE.match(match.group("rest")) is not None
+
+
 def is_image_name(name: str) -> bool:
     return _IMAGE_NAME_RE.match(name) is not None
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dtm.common import time as ttime
+from dtm.common.objectkey import is_data_file
 from dtm.common.store import ExposureStore
 from dtm.worker.decision import PENDING
 from dtm.worker.orphans import stored_orphan
@@ -26,7 +27,7 @@ def exposure_record(store: ExposureStore, image_name: str) -> dict:
             "end_readout_utc": ttime.isoformat(readout.end_readout_utc),
             "status": PENDING,
             "expected_files": None,
-            "arrived_files": len(store.arrivals(image_name)),
+            "arrived_files": _data_files_seen(store, image_name),
             "late_files": [],
             "missing_files": [],
             "transfer_time_seconds": None,
@@ -56,6 +57,11 @@ def _without_readout(store: ExposureStore, image_name: str) -> dict:
         raise UnknownExposure(f"{image_name}: {files} file(s) seen but no end readout yet "
                               "(reported as orphaned after ORPHAN_GRACE_TIME)")
     raise UnknownExposure(f"dtm has no record of {image_name} (never seen, or older than REDIS_KEY_TTL)")
+
+
+def _data_files_seen(store: ExposureStore, image_name: str) -> int:
+    """Data files notified so far (not the expected-sensors object): the progress of a pending exposure."""
+    return sum(1 for key in store.arrivals(image_name) if is_data_file(key))
 
 
 def _or_unknown(value) -> str:

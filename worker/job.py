@@ -13,13 +13,7 @@ import redis
 
 from ..common import camera_summary, metrics
 from ..common.models import EndReadout
-from ..common.objectkey import (
-    BadExpectedSensors,
-    BadObjectKey,
-    expected_file_keys,
-    expected_sensors_key,
-    parse_object_key,
-)
+from ..common.objectkey import BadExpectedSensors, expected_file_keys, expected_sensors_key, is_data_file
 from ..common.settings import Settings
 from ..common.store import ExposureStore
 from .decision import Decision, decide, merge_arrivals
@@ -97,7 +91,7 @@ def evaluate(context: WorkerContext, readout: EndReadout) -> Decision:
                   extra={**extra, "key": sensors_key})
     listed = context.bucket.last_modified(prefix)
     arrivals = {key: at for key, at in merge_arrivals(listed, context.store.arrivals(image_name)).items()
-                if _is_data_file(key, settings.expected_sensors_filename)}
+                if is_data_file(key)}
     return decide(
         image_name=image_name,
         instrument=readout.instrument,
@@ -108,13 +102,6 @@ def evaluate(context: WorkerContext, readout: EndReadout) -> Decision:
         wait_time=settings.s3_wait_time,
         max_late_time=settings.max_late_file_time,
     )
-
-
-def _is_data_file(key: str, expected_sensors_filename: str) -> bool:
-    try:
-        return parse_object_key(key, expected_sensors_filename).is_data_file
-    except BadObjectKey:
-        return False
 
 
 def record_metrics(decision: Decision) -> None:

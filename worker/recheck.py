@@ -25,7 +25,7 @@ import orjson
 
 from ..common import keys, metrics
 from ..common import time as ttime
-from ..common.objectkey import exposure_prefix
+from ..common.objectkey import exposure_prefix, is_data_file
 from ..common.store import ExposureStore
 from .decision import Decision, merge_arrivals
 
@@ -117,8 +117,6 @@ def recheck_exposure(image_name: str) -> dict | None:
 
 def run_recheck(context, image_name: str, now: float | None = None) -> dict | None:
     """List S3 again, store the second look once and count it once. Returns the stored result."""
-    from .job import _is_data_file  # job imports this module: import back lazily
-
     store, settings = context.store, context.settings
     record = store.decision(image_name)
     if record is None:
@@ -138,7 +136,7 @@ def run_recheck(context, image_name: str, now: float | None = None) -> dict | No
         wait_time=settings.s3_wait_time,
         recheck_time=settings.recheck_time,
         expected_sensors_found=decision.expected_sensors_found,
-        is_data_file=lambda key: _is_data_file(key, settings.expected_sensors_filename),
+        is_data_file=is_data_file,
     )
     result["checked_at"] = ttime.isoformat(time.time() if now is None else now)
     if not save_recheck(store, image_name, result):

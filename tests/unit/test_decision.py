@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-from dtm.common.objectkey import data_file_keys, expected_file_keys, expected_sensors_key
+from dtm.common.objectkey import data_file_keys, expected_file_keys, expected_sensors_key, is_data_file
 from dtm.worker.decision import COMPLETE, INCOMPLETE, NO_FILES, Decision, decide, merge_arrivals
-from dtm.worker.job import _is_data_file
 
 IMAGE = "MC_O_20251203_000123"
 PREFIX = f"LSSTCam/20251203/{IMAGE}/"
@@ -118,10 +117,10 @@ def test_merge_arrivals_prefers_listing_and_falls_back_to_notification():
 
 
 def test_expected_sensors_object_is_not_a_data_file():
-    assert not _is_data_file(SENSORS_OBJECT, "expectedSensors.json")
-    assert not _is_data_file(PREFIX + "README.txt", "expectedSensors.json")
-    assert _is_data_file(SCI_FITS, "expectedSensors.json")
-    assert _is_data_file(GD_JSON, "expectedSensors.json")
+    assert not is_data_file(SENSORS_OBJECT)
+    assert not is_data_file(PREFIX + "README.txt")
+    assert is_data_file(SCI_FITS)
+    assert is_data_file(GD_JSON)
 
 
 def test_record_round_trip():
