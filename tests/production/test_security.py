@@ -149,7 +149,10 @@ def test_registry_credentials_leave_the_url():
 
 
 def test_registry_password_never_logged(caplog):
-    with SchemaRegistryServer() as registry, caplog.at_level(logging.DEBUG):
+    # The HTTP library's loggers may have been quietened by an earlier test's logs.configure():
+    # open them up, since the point is that even their request lines carry no password.
+    with (SchemaRegistryServer() as registry, caplog.at_level(logging.DEBUG),
+          caplog.at_level(logging.DEBUG, logger="httpx"), caplog.at_level(logging.DEBUG, logger="httpx2")):
         schema_id = registry.register("endReadout", camera_avro.schema(camera_avro.END_READOUT))
         decode = avro_decoder(registry.url.replace("http://", f"http://dtm:{SECRET}@"))
         with pytest.raises(Rejected):
