@@ -5,9 +5,12 @@ import logging
 
 from confluent_kafka import KafkaError, KafkaException
 
+from .models import Rejected
 from .settings import KafkaStream
 
 log = logging.getLogger(__name__)
+
+UNEXPECTED = "unexpected"  # rejection reason of a message whose handling raised an unforeseen error
 
 
 def consumer_config(stream: KafkaStream, *, client_id: str) -> dict:
@@ -56,22 +59,47 @@ def report_lag(consumer, gauge, reported: set[tuple[str, str]]) -> set[tuple[str
     gauge cannot be removed), so a rebalance leaves no stale lag behind. Returns what this call set.
     """
     current = set()
-    for partition in consumer.position(consumer.assignment()):
-        if partition.offset < 0:  # nothing consumed yet on this partition
-            continue
-        _low, high = consumer.get_watermark_offsets(partition, timeout=2, cached=False)
-        labels = (partition.topic, str(partition.partition))
-        gauge.labels(*labels).set(max(high - partition.offset, 0))
-        current.add(labels)
+    try:
+        for partition in consumer.position(consumer.assignment()):
+            if partition.offset < 0:  # nothing consumed yet on this partition
+                continue
+            _low, high = consumer.get_watermark_offsets(partition, timeout=2, cached=False)
+            labels = (partition.topic, str(partition.partition))
+            gauge.labels(*labels).set(max(high - partition.offset, 0))
+            current.add(labels)
+    except KafkaException as error:  # brokers away: the lag is unknown this time, consuming goes on
+        log.warning("consumer lag not measured: %s", error)
+        return reported
     for labels in reported - current:
         gauge.labels(*labels).set(0)
     return current
 
 
+def log_rejection(stream: str, rejection: Rejected, message) -> None:
+    """One log line for a skipped message, with where it is in Kafka (to find it again)."""
+    extra = {"stream": stream, "reason": rejection.reason, "topic": message.topic(),
+             "partition": message.partition(), "offset": message.offset()}
+    if rejection.reason == UNEXPECTED:
+        log.error("message skipped after an unexpected error: %s", rejection.detail, extra=extra)
+    else:
+        log.warning("message rejected: %s", rejection.detail, extra=extra)
+
+
+def as_rejection(error: Exception) -> Rejected:
+    """A parser's Rejected as it is; any other error (a bug, not the message's fault alone) as
+    `unexpected`: one message must never stop a stream."""
+    if isinstance(error, Rejected):
+        return error
+    return Rejected(UNEXPECTED, f"{type(error).__name__}: {error}")
+
+
 def commit(consumer) -> None:
-    """Commit the consumed positions synchronously; a batch of nothing new is not an error."""
+    """Commit the consumed positions synchronously, after Redis holds the batch; never raises."""
     try:
         consumer.commit(asynchronous=False)
     except KafkaException as error:
-        if error.args[0].code() != KafkaError._NO_OFFSET:
-            raise
+        if error.args[0].code() == KafkaError._NO_OFFSET:
+            return
+        # A rebalance or a broker away: the batch is in Redis already; if it is delivered again,
+        # writing it again changes nothing. The consumer goes on.
+        log.warning("offset commit failed (the batch may be delivered again): %s", error)

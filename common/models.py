@@ -5,7 +5,6 @@ message, so one bad message never stops a stream.
 """
 from __future__ import annotations
 
-import math
 import urllib.parse
 from dataclasses import asdict, dataclass
 
@@ -65,8 +64,10 @@ def parse_file_notification(
         raise Rejected("other_bucket", f"bucket {bucket_name!r}")
     try:
         event_time = ttime.parse_iso_utc(event_time_text)
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, OverflowError):
         raise Rejected("malformed", f"eventTime {event_time_text!r} is not ISO 8601 with a timezone") from None
+    if not ttime.is_plausible(event_time):
+        raise Rejected("malformed", f"eventTime {event_time_text!r} is outside 2000-2100")
     # S3 event notifications URL-encode object keys (a space arrives as '+').
     if isinstance(raw_key, str) and ("%" in raw_key or "+" in raw_key):
         key = urllib.parse.unquote_plus(raw_key)
@@ -153,6 +154,6 @@ def end_readout_from_fields(fields: dict) -> EndReadout:
         raise Rejected("malformed", f"imageName {image_name!r}")
     if not (isinstance(image_date, str) and len(image_date) == 8 and image_date.isdigit()):
         raise Rejected("malformed", f"imageDate {image_date!r}")
-    if not math.isfinite(end_tai) or end_tai <= 0:
-        raise Rejected("malformed", f"timestampEndOfReadout {end_tai!r}")
+    if isinstance(fields["timestampEndOfReadout"], bool) or not ttime.is_plausible(end_tai):
+        raise Rejected("malformed", f"timestampEndOfReadout {end_tai!r} is not TAI unix seconds of 2000-2100")
     return EndReadout(image_name, image_source, str(image_controller), image_date, end_tai)

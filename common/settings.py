@@ -152,6 +152,9 @@ class Settings:
                 raise SettingsError("END_READOUT_SCHEMA_REGISTRY must be http(s)://host:port (comma-separated list)")
         if settings.recheck_time <= settings.s3_wait_time:
             raise SettingsError("RECHECK_TIME must be longer than S3_WAIT_TIME")
+        if settings.redis_key_ttl < max(settings.recheck_time, settings.orphan_grace_time):
+            raise SettingsError("REDIS_KEY_TTL must be at least RECHECK_TIME and ORPHAN_GRACE_TIME: "
+                                "an exposure's keys must outlive its last look")
         return settings
 
     def __repr__(self) -> str:

@@ -35,6 +35,15 @@ def _date_of(unix_seconds: float) -> dt.date:
     return dt.date.fromordinal(_UNIX_EPOCH_ORDINAL + int(unix_seconds // _SECONDS_PER_DAY))
 
 
+# Times outside this range are not observatory times but corrupt input (milliseconds sent as
+# seconds, a zero date): parsers reject them rather than compute calendar dates from them.
+PLAUSIBLE_UNIX_RANGE = (946684800.0, 4102444800.0)  # 2000-01-01 .. 2100-01-01
+
+
+def is_plausible(unix_seconds: float) -> bool:
+    return PLAUSIBLE_UNIX_RANGE[0] <= unix_seconds < PLAUSIBLE_UNIX_RANGE[1]
+
+
 def tai_minus_utc(utc_unix: float) -> float:
     """TAI-UTC (seconds) at the UTC instant `utc_unix`."""
     return _tai_minus_utc_on(_date_of(utc_unix))

@@ -16,7 +16,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError
 
 from ..common import kafka, metrics
-from ..common.models import FileArrival, Rejected, parse_file_notification
+from ..common.models import FileArrival, parse_file_notification
 from ..common.settings import Settings
 from ..common.store import ExposureStore
 
@@ -51,11 +51,10 @@ def parse_batch(messages, settings: Settings) -> ParsedBatch:
                 opaque_data=settings.file_notification_opaque_data.reveal()
                 if settings.file_notification_opaque_data else None,
             )
-        except Rejected as rejection:
+        except Exception as error:  # noqa: BLE001 - counted and logged, never fatal
+            rejection = kafka.as_rejection(error)
             batch.rejected[rejection.reason] += 1
-            log.warning("file notification rejected: %s", rejection.detail, extra={
-                "stream": STREAM, "reason": rejection.reason, "topic": message.topic(),
-                "partition": message.partition(), "offset": message.offset()})
+            kafka.log_rejection(STREAM, rejection, message)
             continue
         batch.arrivals.append(arrival)
         batch.received[(arrival.day_obs, arrival.object_key.extension)] += 1

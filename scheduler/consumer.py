@@ -73,10 +73,7 @@ def handle_message(message, decode: Decoder, scheduler: ReadoutScheduler) -> Non
     try:
         readout = parse_readout(decode, message.value(), message.topic())
     except Rejected as rejection:
-        metrics.rejected_messages.labels(stream=STREAM, reason=rejection.reason).inc()
-        log.warning("end readout rejected: %s", rejection.detail, extra={
-            "stream": STREAM, "reason": rejection.reason, "topic": message.topic(),
-            "partition": message.partition(), "offset": message.offset()})
+        reject(STREAM, rejection, message)
         return
     extra = {"image_name": readout.image_name, "day_obs": readout.day_obs}
     if not settings.monitors(readout.image_source, readout.image_controller):
@@ -95,10 +92,7 @@ def handle_summary_message(message, decode: Decoder, scheduler: ReadoutScheduler
     try:
         summary = camera_summary.summary_from_fields(decode(message.value(), message.topic()))
     except Rejected as rejection:
-        metrics.rejected_messages.labels(stream=camera_summary.STREAM, reason=rejection.reason).inc()
-        log.warning("camera transfer summary rejected: %s", rejection.detail, extra={
-            "stream": camera_summary.STREAM, "reason": rejection.reason, "topic": message.topic(),
-            "partition": message.partition(), "offset": message.offset()})
+        reject(camera_summary.STREAM, rejection, message)
         return
     image_name = summary["obsId"]
     if not _monitored(scheduler.settings, image_name):
@@ -110,6 +104,11 @@ def handle_summary_message(message, decode: Decoder, scheduler: ReadoutScheduler
 
 def _monitored(settings: Settings, image_name: str) -> bool:
     return settings.monitors(*camera_summary.image_source_and_controller(image_name))
+
+
+def reject(stream: str, rejection: Rejected, message) -> None:
+    metrics.rejected_messages.labels(stream=stream, reason=rejection.reason).inc()
+    kafka.log_rejection(stream, rejection, message)
 
 
 def store_until_done(messages, decode: Decoder, scheduler: ReadoutScheduler, stop: threading.Event) -> bool:
@@ -127,6 +126,8 @@ def store_until_done(messages, decode: Decoder, scheduler: ReadoutScheduler, sto
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, 30.0)
+        except Exception as error:  # noqa: BLE001 - a bug must not stop the stream on this message forever
+            reject(STREAM, kafka.as_rejection(error), pending.pop(0))
     return True
 
 

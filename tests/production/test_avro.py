@@ -121,7 +121,8 @@ def test_rejections_are_counted_and_logged_never_fatal(registry, end_readout_sam
     after = {reason: rejected("end_readouts", reason) for reason in before}
     assert {reason: after[reason] - before[reason] for reason in before} == {
         "bad_magic_byte": 1, "unknown_schema": 1, "missing_field": 1, "malformed": 1}
-    reasons = [record.reason for record in caplog.records if record.getMessage().startswith("end readout rejected")]
+    reasons = [record.reason for record in caplog.records
+               if record.getMessage().startswith("message rejected") and record.stream == "end_readouts"]
     assert sorted(reasons) == ["bad_magic_byte", "malformed", "missing_field", "unknown_schema"]
     assert [record.offset for record in caplog.records if hasattr(record, "offset")] == [1, 2, 3, 4]
     # The good message after the bad ones was stored.

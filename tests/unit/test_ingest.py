@@ -103,3 +103,27 @@ def test_count_records_metrics(make, settings):
     # The next day's series exists (at 0 or more) before any of its messages arrive.
     assert REGISTRY.get_sample_value("dtm_file_messages_received_total", {"day": "2025-12-04", "kind": "json"}) \
         is not None
+
+
+def test_a_message_that_breaks_the_parser_is_skipped_not_fatal(make, monkeypatch):
+    """Whatever a parser raises, the message is counted as `unexpected` and the batch goes on."""
+    from dtm.ingest import consumer
+
+    good = FakeMessage(make("R22_S11.fits"), offset=1)
+
+    def explode_on_first(value, **options):
+        if value == b"boom":
+            raise ZeroDivisionError("a parser bug")
+        return real_parse(value, **options)
+
+    real_parse = consumer.parse_file_notification
+    monkeypatch.setattr(consumer, "parse_file_notification", explode_on_first)
+    batch = parse_batch([FakeMessage(b"boom", offset=0), good], Settings.from_env({}))
+    assert dict(batch.rejected) == {"unexpected": 1}
+    assert len(batch.arrivals) == 1
+
+
+@pytest.mark.parametrize("event_time", ["0001-01-01T00:00:00Z", "9999-12-31T23:00:00Z", "1970-01-01T00:00:00Z"])
+def test_implausible_event_times_are_rejected(make, event_time):
+    batch = parse_batch([FakeMessage(make("R22_S11.fits", event_time=event_time), offset=0)], Settings.from_env({}))
+    assert dict(batch.rejected) == {"malformed": 1} and batch.arrivals == []

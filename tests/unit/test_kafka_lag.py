@@ -31,3 +31,18 @@ def test_lag_per_partition_and_zero_after_revocation():
     assert registry.get_sample_value("lag", {"topic": "t", "partition": "0"}) == 0
     assert registry.get_sample_value("lag", {"topic": "t", "partition": "1"}) == 5
     assert reported == {("t", "1")}
+
+
+class UnreachableConsumer(FakeConsumer):
+    def get_watermark_offsets(self, partition, timeout, cached):
+        from confluent_kafka import KafkaError, KafkaException
+
+        raise KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+
+
+def test_brokers_away_leave_the_lag_as_it_was():
+    registry = CollectorRegistry()
+    gauge = Gauge("lag", "lag", ["topic", "partition"], registry=registry)
+    reported = report_lag(FakeConsumer({0: 90}, high=100), gauge, set())
+    assert report_lag(UnreachableConsumer({0: 95}, high=100), gauge, reported) == reported
+    assert registry.get_sample_value("lag", {"topic": "t", "partition": "0"}) == 10

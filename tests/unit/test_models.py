@@ -175,3 +175,14 @@ def test_bad_end_readouts(readout_fields, change, reason):
     with pytest.raises(Rejected) as caught:
         end_readout_from_fields(readout_fields)
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize("stamp", [1764825186211.875, 1e300, True, 0.0])
+def test_implausible_end_of_readout_rejected(stamp):
+    from dtm.common.models import Rejected, end_readout_from_fields
+
+    fields = {"imageName": "MC_O_20251203_000123", "imageSource": "MC", "imageController": "O",
+              "imageDate": "20251203", "timestampEndOfReadout": stamp}
+    with pytest.raises(Rejected) as caught:
+        end_readout_from_fields(fields)
+    assert caught.value.reason == "malformed"
