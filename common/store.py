@@ -84,9 +84,6 @@ class ExposureStore:
         first_time, _ = pipe.execute()
         return bool(first_time)
 
-    def replace_decision(self, record: dict) -> None:
-        self.redis.set(keys.decision(record["image_name"]), orjson.dumps(record), ex=self.ttl)
-
     def decision(self, image_name: str) -> dict | None:
         data = self.redis.get(keys.decision(image_name))
         return None if data is None else orjson.loads(data)

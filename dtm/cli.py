@@ -11,7 +11,7 @@ from dtm.capture import capture
 from dtm.common import logs, metrics
 from dtm.common.settings import Settings, redact_url
 from dtm.demo import demo_command
-from dtm.operator import load_settings, stop_on_signals
+from dtm.operator import connect, load_settings, redis_failure, stop_on_signals
 from dtm.replay import replay
 from dtm.report import report
 from dtm.simulate import simulate_command
@@ -100,13 +100,13 @@ def inspect(image_name: str, as_json: bool) -> None:
     from dtm.exposure_view import UnknownExposure, exposure_record, format_text
 
     settings = load_settings()
-    store = ExposureStore(redis.Redis.from_url(settings.redis_url), settings.redis_key_ttl)
+    store = ExposureStore(connect(settings), settings.redis_key_ttl)
     try:
         record = exposure_record(store, image_name)
     except UnknownExposure as error:
         raise click.ClickException(str(error)) from None
     except redis.RedisError as error:
-        raise click.ClickException(f"Redis at {redact_url(settings.redis_url)}: {error}") from None
+        raise redis_failure(settings, error) from None
     click.echo(orjson.dumps(record).decode() if as_json else format_text(record))
 
 

@@ -20,6 +20,7 @@ import redis
 
 from dtm.common.store import ExposureStore
 from dtm.embedded import Components, KafkaMockCluster, RedisServer, S3Server, free_port, wait_until
+from dtm.report import nearest_rank
 from dtm.schema_registry import SchemaRegistryServer
 
 BUCKET = "rubin-summit"
@@ -55,12 +56,6 @@ def agrees(decision: dict | None, truth: dict) -> bool:
             and sorted(decision["missing_files"]) == sorted(truth["missing"]) and same_time)
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(-(-fraction * len(ordered) // 1)) - 1))]
-
-
 def summary_table(rows: list[tuple[dict, dict | None]]) -> tuple[str, bool]:
     lines = [f"{'exposure':<24} {'status':<11} {'transfer':>9} {'late':>5} {'missing':>8}  truth"]
     all_agree = True
@@ -75,10 +70,11 @@ def summary_table(rows: list[tuple[dict, dict | None]]) -> tuple[str, bool]:
             f"{decision['image_name']:<24} {decision['status']:<11} "
             f"{'-' if transfer is None else f'{transfer:.2f} s':>9} {len(decision['late_files']):>5} "
             f"{len(decision['missing_files']):>8}  {'agrees' if ok else 'DIFFERS (truth: ' + _brief(truth) + ')'}")
-    times = [d["transfer_time_seconds"] for _, d in rows if d and d["transfer_time_seconds"] is not None]
+    # As the histogram and `dtm report`: transfer times <= 0 are clock anomalies, not observations.
+    times = sorted(d["transfer_time_seconds"] for _, d in rows if d and (d["transfer_time_seconds"] or 0) > 0)
     if times:
-        lines.append(f"transfer time: p50 {percentile(times, 0.5):.2f} s, p98 {percentile(times, 0.98):.2f} s, "
-                     f"max {max(times):.2f} s over {len(times)} exposures")
+        lines.append(f"transfer time: p50 {nearest_rank(times, 50):.2f} s, p98 {nearest_rank(times, 98):.2f} s, "
+                     f"max {times[-1]:.2f} s over {len(times)} exposures")
     agreeing = sum(agrees(d, t) for t, d in rows)
     lines.append(f"decisions agreeing with the simulator's ground truth: {agreeing}/{len(rows)}")
     return "\n".join(lines), all_agree
