@@ -77,6 +77,9 @@ class KafkaStream:
                               ("KAFKA_GROUP_ID", self.group_id)):
             if not value:
                 raise SettingsError(f"{self.env_prefix}{suffix} is not set")
+        return self.require_credentials()
+
+    def require_credentials(self) -> "KafkaStream":
         if self.security_protocol.startswith("SASL") and not (self.sasl_username and self.sasl_password):
             raise SettingsError(
                 f"{self.env_prefix}SECURITY_PROTOCOL={self.security_protocol} needs {self.env_prefix}SASL_USERNAME "

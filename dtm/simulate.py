@@ -43,6 +43,7 @@ import click
 import orjson
 
 from dtm.common import time as ttime
+from dtm.common.kafka import security_config
 from dtm.common.models import ceph_notification
 from dtm.common.objectkey import (
     INSTRUMENTS,
@@ -51,6 +52,7 @@ from dtm.common.objectkey import (
     exposure_prefix,
     parse_object_key,
 )
+from dtm.common.settings import SettingsError
 from dtm.worker.decision import decide
 
 log = logging.getLogger("dtm.simulate")
@@ -813,18 +815,6 @@ def run_simulation(
 # Command line
 
 
-def kafka_security(stream) -> dict:
-    """librdkafka settings for a stream's SASL/TLS settings (`dtm.common.settings.KafkaStream`)."""
-    config = {"security.protocol": stream.security_protocol}
-    if stream.security_protocol.startswith("SASL") and stream.sasl_username and stream.sasl_password:
-        config["sasl.mechanism"] = stream.sasl_mechanism or "SCRAM-SHA-512"
-        config["sasl.username"] = stream.sasl_username
-        config["sasl.password"] = stream.sasl_password.reveal()
-    if stream.security_protocol.endswith("SSL") and stream.ssl_ca_location:
-        config["ssl.ca.location"] = stream.ssl_ca_location
-    return config
-
-
 def describe_truth(record: dict) -> str:
     transfer = record["transfer_time_seconds"]
     transfer_text = "-" if transfer is None else f"{transfer:.1f} s"
@@ -900,6 +890,10 @@ def simulate_command(bootstrap_servers: str | None, end_readout_bootstrap_server
         if not value:
             raise click.UsageError(f"{name} is needed (or its environment variable)")
     bucket = bucket or settings.bucket
+    try:
+        kafka_configs = security_config(settings.file_notifications), security_config(settings.end_readouts)
+    except SettingsError as error:
+        raise click.ClickException(f"configuration: {error}") from None
     s3_client = make_s3_client(s3_endpoint or settings.s3_endpoint_url, settings, config.uploaders)
     if create_bucket:
         ensure_bucket(s3_client, bucket)
@@ -908,8 +902,8 @@ def simulate_command(bootstrap_servers: str | None, end_readout_bootstrap_server
         config, bootstrap_servers=bootstrap_servers, s3_client=s3_client, notification_topic=notification_topic,
         end_readout_topic=end_readout_topic, bucket=bucket,
         end_readout_bootstrap_servers=end_readout_bootstrap_servers or settings.end_readouts.bootstrap_servers,
-        kafka_config=kafka_security(settings.file_notifications),
-        end_readout_kafka_config=kafka_security(settings.end_readouts),
+        kafka_config=kafka_configs[0],
+        end_readout_kafka_config=kafka_configs[1],
         on_event=print_progress, stop=stop_on_signals(),
     )
     late = sum(len(record["late"]) for record in truths)
