@@ -7,17 +7,16 @@ image name and the job is enqueued with `unique=True`, so a redelivered event sc
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 
 import redis
 from confluent_kafka import Consumer, KafkaError
-from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError
+from rq import Queue
 
 from ..common import camera_summary, kafka, keys, metrics
 from ..common import time as ttime
+from ..common.jobs import schedule_once
 from ..common.models import EndReadout, Rejected, end_readout_from_fields
 from ..common.settings import Settings
 from ..common.store import ExposureStore
@@ -30,8 +29,6 @@ BATCH_SIZE = 500
 POLL_TIMEOUT = 0.2
 LAG_REPORT_INTERVAL = 15.0
 DECIDE_JOB = "dtm.worker.job.decide_exposure"
-# S3 or Redis hiccups: try the decision again a few times before it lands in the failed registry.
-JOB_RETRY = Retry(max=3, interval=[10, 30, 90])
 
 
 class ReadoutScheduler:
@@ -46,19 +43,10 @@ class ReadoutScheduler:
         """Store and schedule. True if a decision job was scheduled, False if one already exists."""
         now = time.time() if now is None else now
         self.store.save_readout(readout, seen_at=now)
-        due = readout.end_readout_utc + self.settings.s3_wait_time
-        job_options = dict(job_id=keys.decide_job_id(readout.image_name), unique=True, retry=JOB_RETRY,
-                           result_ttl=self.settings.redis_key_ttl, failure_ttl=self.settings.redis_key_ttl)
-        try:
-            if due <= now:
-                self.queue.enqueue(DECIDE_JOB, readout.image_name, **job_options)
-            else:
-                # RQ schedules in whole seconds and drops the fraction: round up, never decide before T0 + W.
-                self.queue.enqueue_at(ttime.to_datetime(math.ceil(due)), DECIDE_JOB, readout.image_name,
-                                      **job_options)
-        except DuplicateJobError:
-            return False
-        return True
+        return schedule_once(self.queue, DECIDE_JOB, readout.image_name,
+                             job_id=keys.decide_job_id(readout.image_name),
+                             due=readout.end_readout_utc + self.settings.s3_wait_time, now=now,
+                             keep_seconds=self.settings.redis_key_ttl)
 
 
 def parse_readout(decode: Decoder, value: bytes | None, topic: str) -> EndReadout:

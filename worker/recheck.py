@@ -17,7 +17,6 @@ counted once; `dtm inspect` shows it as the `recheck` object of the exposure.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable, Iterable, Mapping
 
@@ -25,6 +24,7 @@ import orjson
 
 from ..common import keys, metrics
 from ..common import time as ttime
+from ..common.jobs import schedule_once
 from ..common.objectkey import exposure_prefix, is_data_file
 from ..common.store import ExposureStore
 from .decision import Decision, merge_arrivals
@@ -84,27 +84,15 @@ def stored_recheck(store: ExposureStore, image_name: str) -> dict | None:
 # -- scheduling (from the decision job) ----------------------------------------------------------
 def schedule_recheck(context, decision: Decision, now: float | None = None) -> bool:
     """Schedule the second look at T0 + RECHECK_TIME (at once if past). False if not needed or already there."""
-    from rq import Queue, Retry
-    from rq.exceptions import DuplicateJobError
+    from rq import Queue
 
     if not needs_recheck(decision):
         return False
     settings = context.settings
-    now = time.time() if now is None else now
-    queue = Queue(settings.queue_name, connection=context.store.redis)
-    # RQ's scheduler truncates to whole seconds: round up so the job never runs before the cut-off.
-    due = math.ceil(decision.end_readout_utc + settings.recheck_time)
-    options = dict(job_id=keys.recheck_job_id(decision.image_name), unique=True,
-                   retry=Retry(max=3, interval=[10, 30, 90]),
-                   result_ttl=settings.redis_key_ttl, failure_ttl=settings.redis_key_ttl)
-    try:
-        if due <= now:
-            queue.enqueue(RECHECK_JOB, decision.image_name, **options)
-        else:
-            queue.enqueue_at(ttime.to_datetime(due), RECHECK_JOB, decision.image_name, **options)
-    except DuplicateJobError:
-        return False
-    return True
+    return schedule_once(Queue(settings.queue_name, connection=context.store.redis), RECHECK_JOB,
+                         decision.image_name, job_id=keys.recheck_job_id(decision.image_name),
+                         due=decision.end_readout_utc + settings.recheck_time,
+                         now=time.time() if now is None else now, keep_seconds=settings.redis_key_ttl)
 
 
 # -- the job -------------------------------------------------------------------------------------
