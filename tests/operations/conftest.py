@@ -28,6 +28,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
 from dtm.cli import main
+from tests.fakes import FakeMessage  # noqa: F401  (re-exported to the tests here)
 
 BUCKET = "rubin-summit"
 FAKE_REDIS_URL = "redis://fake-redis.invalid:6379/0"
@@ -47,28 +48,6 @@ ENVIRONMENT = {
     "FILE_NOTIFICATION_TOPIC_NAME": NOTIFICATION_TOPIC,
     "END_READOUT_TOPIC_NAME": END_READOUT_TOPIC,
 }
-
-
-class FakeMessage:
-    """What parse_batch and handle_message read of a Kafka message."""
-
-    def __init__(self, topic: str, value: bytes, offset: int = 0):
-        self._topic, self._value, self._offset = topic, value, offset
-
-    def error(self):
-        return None
-
-    def value(self):
-        return self._value
-
-    def topic(self):
-        return self._topic
-
-    def partition(self):
-        return 0
-
-    def offset(self):
-        return self._offset
 
 
 class World:

@@ -18,6 +18,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.s3.models import s3_backends
 
 from dtm.schema_registry import SchemaRegistryProcess
+from tests.fakes import FakeMessage  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO.parent / "shared" / "samples"
@@ -63,28 +64,6 @@ def redis_connection():
     connection = fakeredis.FakeRedis()
     yield connection
     connection.flushall()
-
-
-class FakeMessage:
-    """What the consumers read of a confluent_kafka.Message."""
-
-    def __init__(self, topic: str, value: bytes | None, offset: int = 0):
-        self._topic, self._value, self._offset = topic, value, offset
-
-    def topic(self):
-        return self._topic
-
-    def value(self):
-        return self._value
-
-    def partition(self):
-        return 0
-
-    def offset(self):
-        return self._offset
-
-    def error(self):
-        return None
 
 
 class World:
